@@ -1,0 +1,38 @@
+# inception_train: `make help` lists the targets. Everything runs from the repo's own .venv (created by `make install`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint models lock clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install the project (editable) with the pinned versions of requirements.lock
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev,dali]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+test: install  ## install if needed, then run the test suite (CPU)
+	$(PY) -m pytest -q
+
+lint: install  ## ruff on the code, hadolint on the Dockerfile
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint Dockerfile
+
+models: install  ## print the model table of the README (params and GFLOPs measured by the project)
+	$(PY) -m inception_train.models
+
+lock: install  ## rewrite requirements.lock from the current .venv
+	{ sed -n '1,3p' requirements.lock; $(PY) -m pip freeze --exclude-editable | grep -v '^inception' ; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:  ## remove caches (keeps .venv and outputs)
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -not -path './.venv/*' -exec rm -rf {} +
