@@ -1,7 +1,7 @@
 # inception_train on NVIDIA's NGC PyTorch image, which ships torch, torchvision and DALI built for its CUDA.
 # Build:  docker build -t inception_train .
 # Run:    docker run --gpus all --ipc=host -v /data/imagenet:/data/imagenet inception_train \
-#             python train.py model=inception_resnet_v2 trainer.gpus=8 data.root=/data/imagenet
+#             python train.py model=inception_resnet_v2 data.root=/data/imagenet
 # (--ipc=host: DataLoader workers and NCCL need more shared memory than Docker's 64 MB default.)
 ARG NGC_TAG=25.10-py3
 FROM nvcr.io/nvidia/pytorch:${NGC_TAG}

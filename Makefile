@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint models lock clean
+.PHONY: help install test lint models demo bench-train lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,12 @@ test: install  ## install if needed, then run the test suite (CPU)
 lint: install  ## ruff on the code, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint Dockerfile
+
+demo: install  ## train a small Inception-ResNet-v2 on the generated demo dataset (CPU, minutes), plot its curve
+	$(PY) train.py experiment=demo
+
+bench-train: install  ## full trainer vs a bare training loop on synthetic data (JSON on the last line)
+	$(PY) -m inception_train.bench trainer
 
 models: install  ## print the model table of the README (params and GFLOPs measured by the project)
 	$(PY) -m inception_train.models

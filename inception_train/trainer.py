@@ -115,6 +115,9 @@ class Trainer:
         self.best_top1_err = math.inf
         if t.resume:
             self.resume(t.resume)
+        if self.is_main and not self.history:  # a fresh run in a reused dir must not append to old rows
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._write_metrics([])
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:

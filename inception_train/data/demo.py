@@ -150,9 +150,9 @@ def render(label: int, image_size: int, rng: np.random.Generator) -> Image.Image
     scale, aspect = np.exp(rng.uniform(np.log(0.8), np.log(1.25))), np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
     w = max(8, round(image_size * scale * np.sqrt(aspect)))
     h = max(8, round(image_size * scale / np.sqrt(aspect)))
-    # object diameter 25-70% of the short side, fully inside the image with a small margin, so random crops of
+    # object diameter 30-70% of the short side, fully inside the image with a small margin, so random crops of
     # >= ~35% of the area still see most of it
-    radius = rng.uniform(0.125, 0.35) * min(w, h)
+    radius = rng.uniform(0.15, 0.35) * min(w, h)
     margin = radius + 0.04 * min(w, h)
     cx, cy = rng.uniform(margin, w - margin), rng.uniform(margin, h - margin)
     theta = np.deg2rad(rng.uniform(-_ROTATION[label], _ROTATION[label]))
