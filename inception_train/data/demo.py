@@ -12,7 +12,9 @@ position, size, rotation, colours, a background gradient, noise and blur, and th
 
 Generation is deterministic (one PCG64 stream per seed, split, class and index, fixed JPEG settings), idempotent
 (a marker written last records the parameters) and atomic (built in a sibling folder, then renamed into place),
-so that concurrent DDP ranks can all call `ensure_demo_dataset` and agree on one copy.
+so that concurrent DDP ranks can all call `ensure_demo_dataset` and agree on one copy. Byte-identical output is
+guaranteed for the same numpy, Pillow and libjpeg builds; other builds may differ in the last bit of a few pixels.
+The default 3,100 images take about 8 s on one CPU core.
 
 CLI: `python -m inception_train.data.demo ROOT [--train-per-class N] [--val-per-class N] [--image-size PX] [--seed S]`
 """
@@ -34,7 +36,7 @@ __all__ = ['DEMO_CLASSES', 'ensure_demo_dataset']
 # 'nXX_' prefixes make sorted() (ImageFolder's class order) equal the listed order, like ImageNet's wnids.
 DEMO_CLASSES: tuple[str, ...] = ('n00_circle', 'n01_square', 'n02_triangle', 'n03_star', 'n04_plus', 'n05_ring',
                                  'n06_stripes', 'n07_checkerboard', 'n08_dots', 'n09_x')
-GENERATOR_VERSION = 1  # bump whenever the images change, so existing copies are regenerated
+GENERATOR_VERSION = 2  # bump whenever the images change, so existing copies are regenerated
 MARKER = '.complete.json'
 SPLITS = ('train', 'val')
 JPEG_QUALITY = 90
