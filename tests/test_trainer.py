@@ -146,3 +146,17 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(full_run, ca
         trainer.fit()
     assert target.read_bytes() == before
     assert not list((tmp_path / 'checkpoints').glob('.*tmp*'))
+
+
+def test_bf16_channels_last_and_the_aux_loss_run_on_the_cpu(cache_dir, tmp_path):
+    cfg = tiny_config(cache_dir, epochs=1, precision='bf16', channels_last=True, limit_train_batches=2,
+                      limit_val_batches=1)
+    cfg = replace(cfg, model=replace(cfg.model, aux_logits=True), data=replace(cfg.data, img_size=299, batch_size=4))
+    trainer = Trainer(cfg, tmp_path)
+    seen = []
+    original = trainer.loss_fn
+    trainer.loss_fn = lambda out, y: (seen.append(out), original(out, y))[1]
+    trainer.fit()
+    assert all(isinstance(o, tuple) and o[1].shape == (4, 10) for o in seen)  # the aux head was trained
+    row = read_metrics(tmp_path)[0]
+    assert row['step'] == 2 and row['val/images'] == 4 and torch.isfinite(torch.tensor(row['train/loss']))
