@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint models demo bench-train lock clean
+.PHONY: help install test lint models demo bench-train bench-data lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ demo: install  ## train a small Inception-ResNet-v2 on the generated demo datase
 
 bench-train: install  ## full trainer vs a bare training loop on synthetic data (JSON on the last line)
 	$(PY) -m inception_train.bench trainer
+
+bench-data: install  ## training-pipeline img/s of the torch loader vs DALI on generated JPEGs (JSON on the last line)
+	$(PY) -m inception_train.bench data
 
 models: install  ## print the model table of the README (params and GFLOPs measured by the project)
 	$(PY) -m inception_train.models

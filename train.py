@@ -9,6 +9,7 @@
 Outputs go to Hydra's run dir: metrics.jsonl, checkpoints/, convergence.png, .hydra/config.yaml, train.log.
 """
 import logging
+from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -17,32 +18,30 @@ from omegaconf import DictConfig, OmegaConf
 
 from inception_train.cli import USER_ERRORS, fail
 from inception_train.config import TrainConfig, load_config
-from inception_train.trainer import Trainer
+from inception_train.launch import launch
 
 ConfigStore.instance().store(name='train_schema', node=TrainConfig)  # unknown keys / wrong types fail to compose
 log = logging.getLogger('train')
 
 
 @hydra.main(version_base='1.3', config_path='conf', config_name='train')
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     cfg.paths.output_dir = run_dir
     try:
         config = load_config(OmegaConf.to_container(cfg, resolve=True))
-        trainer = Trainer(config, run_dir)
-    except USER_ERRORS as e:  # before any work: one line, and nothing left on disk
+        trainer, history = launch(config, run_dir)
+    except USER_ERRORS as e:  # one line; a run that failed before doing anything leaves nothing on disk
         fail(e, run_dir)
-    try:
-        history = trainer.fit()
-    except USER_ERRORS as e:
-        fail(e)
+    if trainer is not None and not trainer.is_main:
+        return None
     last = history[-1]
     key = 'val_ema/top1_err' if 'val_ema/top1_err' in last else 'val/top1_err'
     log.info('done: val top-1 error %.2f%% (%s) after %d epochs', last[key], key.split('/')[0], last['epoch'])
-    log.info('metrics:    %s', trainer.metrics_path)
-    log.info('checkpoint: %s (best: %s)', trainer.ckpt.latest(), trainer.ckpt.best_path)
+    log.info('metrics:    %s', Path(run_dir) / 'metrics.jsonl')
+    log.info('checkpoints: %s', Path(run_dir) / 'checkpoints')
     if config.trainer.plot:
-        log.info('curve:      %s', trainer.plot_path)
+        log.info('curve:      %s', Path(run_dir) / 'convergence.png')
     return last[key]  # what a Hydra sweeper minimises
 
 

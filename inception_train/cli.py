@@ -8,10 +8,12 @@ from pathlib import Path
 from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data.loaders import DataError
+from .launch import RankFailed
 from .trainer import NonFiniteLossError
 
 # Errors that mean "fix your input", reported as one line; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteLossError, RankFailed, ValueError,
+               FileNotFoundError)
 HYDRA_ONLY = {'.hydra', 'train.log', 'eval.log'}
 
 

@@ -39,6 +39,7 @@ class DataConfig:
     batch_size: int = 32                # per rank
     workers: int = 8                    # DataLoader worker processes per rank
     pin_memory: bool = True
+    augment: bool = True                # false: train images get the eval preprocessing (tests, debugging)
     crop_area_min: float = 0.05         # random crop area [crop_area_min, 1]; TF effectively uses 0.1 without boxes
     crop_attempts: int = 100            # TF's sample_distorted_bounding_box max_attempts
     color_distortion: str = 'fast'      # fast (brightness, saturation) | full (+ hue, contrast) | none
@@ -82,6 +83,10 @@ class CheckpointConfig:
 class TrainerConfig:
     epochs: int = 100                   # the paper does not state it; Figures 21-26 span roughly 100-200
     device: str = 'auto'                # auto (cuda if available) | cpu | cuda
+    gpus: int = 1                       # GPUs (= DDP ranks) on this machine; > 1 spawns one process per GPU; 0 = CPU
+    cpu_ranks: int = 1                  # with gpus=0: gloo CPU ranks to spawn (tests, CPU-only machines)
+    sync_bn: bool = False               # SyncBatchNorm across ranks (slow with channels_last; ~200 BN layers)
+    ddp_bucket_mb: int = 25             # DDP gradient bucket size
     precision: str = 'fp32'             # fp32 | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)
     channels_last: bool = False
     compile: bool = False               # torch.compile the model
@@ -131,7 +136,7 @@ _CHOICES = {
     'model.name': MODEL_NAMES,
     'model.variant': (None, 'paper', 'tf'),
     'data.name': ('imagenet', 'demo', 'synthetic'),
-    'data.loader': ('torch',),
+    'data.loader': ('torch', 'dali'),
     'data.color_distortion': ('fast', 'full', 'none'),
     'optim.name': ('rmsprop_tf', 'sgd'),
     'optim.lr_scaling': ('linear', 'sqrt', 'none'),
@@ -168,6 +173,9 @@ _RANGES = {  # key -> (low, high, low inclusive, high inclusive)
     'sched.warmup_lr': (0, math.inf, True, False),
     'sched.min_lr': (0, math.inf, True, False),
     'trainer.epochs': (1, math.inf, True, False),
+    'trainer.gpus': (0, math.inf, True, False),
+    'trainer.cpu_ranks': (1, math.inf, True, False),
+    'trainer.ddp_bucket_mb': (1, math.inf, True, False),
     'trainer.grad_clip': (0, math.inf, True, False),
     'trainer.label_smoothing': (0, 1, True, False),
     'trainer.aux_loss_weight': (0, math.inf, True, False),
@@ -215,6 +223,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                           f'for {cfg.model.name}')
     if cfg.model.depths is not None and (len(cfg.model.depths) != 3 or min(cfg.model.depths) < 0):
         raise ConfigError(f'model.depths: must be three block counts >= 0 (A, B, C); got {cfg.model.depths}')
+    if cfg.trainer.cpu_ranks > 1 and cfg.trainer.gpus != 0:
+        raise ConfigError(f'trainer.cpu_ranks: {cfg.trainer.cpu_ranks} CPU ranks need trainer.gpus=0')
+    if cfg.trainer.gpus == 0 and cfg.trainer.device == 'cuda':
+        raise ConfigError('trainer.gpus: 0 GPUs with trainer.device=cuda')
+    if cfg.trainer.gpus > 1 and cfg.trainer.device == 'cpu':
+        raise ConfigError(f'trainer.gpus: {cfg.trainer.gpus} GPUs with trainer.device=cpu; use trainer.cpu_ranks')
     if cfg.trainer.precision == 'fp16' and cfg.trainer.device == 'cpu':
         raise ConfigError('trainer.precision: fp16 needs a CUDA device; use bf16 or fp32 on the CPU')
     resume = cfg.trainer.resume

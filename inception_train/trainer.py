@@ -38,7 +38,11 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, gpus: int = 1, local_rank: int = 0) -> torch.device:
+    if gpus == 0:
+        return torch.device('cpu')
+    if name in ('auto', 'cuda') and torch.cuda.is_available():
+        return torch.device('cuda', local_rank)
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if name == 'cuda' and not torch.cuda.is_available():
@@ -73,12 +77,13 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> torch
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, rank: int = 0, world_size: int = 1):
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, rank: int = 0, world_size: int = 1,
+                 local_rank: int = 0):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
         t = cfg.trainer
-        self.device = resolve_device(t.device)
+        self.device = resolve_device(t.device, t.gpus, local_rank)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not t.deterministic
@@ -91,7 +96,15 @@ class Trainer:
         self.model.to(memory_format=self.memory_format)
         self.ema = ModelEmaV3(self.model, decay=t.ema_decay, use_warmup=True, warmup_gamma=10.0,
                               warmup_power=1.0) if t.ema else None  # TF's EMA warmup: decay <= (1+n)/(10+n)
-        self.forward_model = torch.compile(self.model) if t.compile else self.model
+        self.forward_model = self.model
+        if world_size > 1:
+            if t.sync_bn:
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.forward_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
+                bucket_cap_mb=t.ddp_bucket_mb, gradient_as_bucket_view=True)
+        if t.compile:
+            self.forward_model = torch.compile(self.forward_model)
 
         self.steps_per_epoch = len(self.loaders.train)
         if t.limit_train_batches:
@@ -229,6 +242,7 @@ class Trainer:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
         bar.close()
+        loss_sum = self.reduce(loss_sum) / self.world_size  # the mean over ranks
         loss = self._check_finite(loss_sum, epoch) / self.steps_per_epoch
         return {'train/loss': loss, 'lr': self.optimizer.param_groups[0]['lr'],
                 'img_per_s': seen * self.world_size / elapsed, 'epoch_time': elapsed}
@@ -249,15 +263,15 @@ class Trainer:
                 logits = model(images)
             counts[:2] += topk_correct(logits.float(), target)
             counts[2] += target.numel()
-        counts = self.reduce_counts(counts)
+        counts = self.reduce(counts)
         top1, top5, n = counts.tolist()
         return {'top1_err': 100.0 * (1 - top1 / n), 'top5_err': 100.0 * (1 - top5 / n), 'images': n}
 
-    def reduce_counts(self, counts: torch.Tensor) -> torch.Tensor:
-        """Sums counts over ranks (a no-op in a single process)."""
+    def reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sums a tensor over ranks (a no-op in a single process)."""
         if self.world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(counts)
-        return counts
+            torch.distributed.all_reduce(tensor)
+        return tensor
 
     # ---------------------------------------------------------------- bookkeeping
     def _write_metrics(self, rows: list[dict]) -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
@@ -14,7 +13,6 @@ from inception_train.config import ConfigError, TrainConfig, from_dict, load_con
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / 'conf'
-ConfigStore.instance().store(name='train_schema', node=TrainConfig)
 GROUP_OPTIONS = [(group.name, option.stem) for group in sorted(CONF.iterdir()) if group.is_dir()
                  for option in sorted(group.glob('*.yaml'))]
 

@@ -20,11 +20,6 @@ from inception_train.config import (
 from inception_train.trainer import NonFiniteLossError, Trainer
 
 
-@pytest.fixture(scope='module')
-def cache_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp('cache'))
-
-
 def tiny_config(cache_dir: str, **trainer) -> TrainConfig:
     """A quarter-width IR-v2 with 1/1/1 blocks on 10 x 8 generated JPEGs per class, 75 px, 2 epochs."""
     return TrainConfig(

@@ -4,13 +4,15 @@ Reproducibility: everything random in an epoch (the shuffle and each worker's au
 (seed, rank, epoch) when the epoch starts, so a run resumed at epoch N sees exactly the batches an uninterrupted run
 would. Sharding is by global rank: training uses DistributedSampler (every rank the same number of batches, the last
 partial batch dropped); validation gives each rank a disjoint slice with no padding, so summed counts see every
-image exactly once.
+image exactly once. data.loader=dali swaps in the DALI loaders of dali.py over the same file lists: the same samples,
+labels, per-rank order and preprocessing, decoded by DALI (on the GPU when training on one).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -18,6 +20,9 @@ from torchvision.datasets import ImageFolder
 
 from ..config import DataConfig
 from .transforms import InceptionEvalTransform, InceptionTrainTransform
+
+if TYPE_CHECKING:
+    from .dali import DaliEvalLoader, DaliTrainLoader
 
 PREPARE_HINT = ('prepare ImageNet as described in data/README.md and pass data.root=/path/to/imagenet, '
                 'or run the demo: python train.py experiment=demo (make demo)')
@@ -86,8 +91,8 @@ class SyntheticLoader:
 
 @dataclass
 class Loaders:
-    train: EpochLoader | SyntheticLoader
-    val: DataLoader | SyntheticLoader
+    train: EpochLoader | SyntheticLoader | DaliTrainLoader
+    val: DataLoader | SyntheticLoader | DaliEvalLoader
     num_classes: int
     root: Path | None
 
@@ -118,6 +123,22 @@ def resolve_root(cfg: DataConfig, cache_dir: str) -> Path:
     return root
 
 
+def _dali_loaders(cfg: DataConfig, train_samples, val_samples, *, seed: int, device: torch.device, rank: int,
+                  world_size: int) -> tuple[DaliTrainLoader, DaliEvalLoader]:
+    """DALI's train and val loaders over ImageFolder's own file lists (so the labels are identical)."""
+    try:
+        from .dali import DaliEvalLoader, DaliTrainLoader
+    except ImportError as e:
+        raise DataError(f"data.loader: dali needs NVIDIA DALI ({e}); pip install -e '.[dali]' "
+                        f'(nvidia-dali-cuda130; nvidia-dali-cuda120 on CUDA 12), or use data.loader=torch') from None
+    common = dict(batch_size=cfg.batch_size, img_size=cfg.img_size, num_threads=max(1, cfg.workers), seed=seed,
+                  rank=rank, world_size=world_size, device=device)
+    train = DaliTrainLoader(train_samples, crop_area_min=cfg.crop_area_min, crop_attempts=cfg.crop_attempts,
+                            color_distortion=cfg.color_distortion, augment=cfg.augment, crop_pct=cfg.eval_crop_pct,
+                            **common)
+    return train, DaliEvalLoader(val_samples, crop_pct=cfg.eval_crop_pct, **common)
+
+
 def build_loaders(cfg: DataConfig, *, seed: int, cache_dir: str, device: torch.device, rank: int = 0,
                   world_size: int = 1) -> Loaders:
     if cfg.name == 'synthetic':
@@ -129,9 +150,11 @@ def build_loaders(cfg: DataConfig, *, seed: int, cache_dir: str, device: torch.d
             num_classes=cfg.num_classes, root=None)
 
     root = resolve_root(cfg, cache_dir)
-    train_set = _image_folder(root, 'train', InceptionTrainTransform(
-        cfg.img_size, cfg.crop_area_min, cfg.crop_attempts, cfg.color_distortion))
-    val_set = _image_folder(root, 'val', InceptionEvalTransform(cfg.img_size, cfg.eval_crop_pct))
+    eval_transform = InceptionEvalTransform(cfg.img_size, cfg.eval_crop_pct)
+    train_transform = InceptionTrainTransform(cfg.img_size, cfg.crop_area_min, cfg.crop_attempts,
+                                              cfg.color_distortion) if cfg.augment else eval_transform
+    train_set = _image_folder(root, 'train', train_transform)
+    val_set = _image_folder(root, 'val', eval_transform)
     if train_set.classes != val_set.classes:
         raise DataError(f'data.root: {root}/train and {root}/val have different class folders')
     if len(train_set.classes) != cfg.num_classes:
@@ -140,6 +163,11 @@ def build_loaders(cfg: DataConfig, *, seed: int, cache_dir: str, device: torch.d
     if len(train_set) < cfg.batch_size * world_size:
         raise DataError(f'data.batch_size: {cfg.batch_size} x {world_size} ranks exceeds the '
                         f'{len(train_set)} training images in {root}/train')
+
+    if cfg.loader == 'dali':
+        train, val = _dali_loaders(cfg, train_set.samples, val_set.samples, seed=seed, device=device, rank=rank,
+                                   world_size=world_size)
+        return Loaders(train=train, val=val, num_classes=len(train_set.classes), root=root)
 
     pin = cfg.pin_memory and device.type == 'cuda'
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=pin,

@@ -1,7 +1,8 @@
 """`python -m inception_train.models`: the README's model table, measured by the project itself.
 
 Parameters (1000 classes, no aux head) and forward GFLOPs at 299x299, batch 1, next to the reference values of
-paper_spec.md (which were counted with timm's conventions and torch.utils.flop_counter).
+paper_spec.md (which were counted with timm's conventions and torch.utils.flop_counter), and the fp32 gradient
+bytes DDP all-reduces every step (a ring all-reduce moves about 2 (N-1)/N times that per GPU).
 `--timm-key-map NAME` prints how timm's weight keys map onto ours.
 """
 from __future__ import annotations
@@ -25,8 +26,9 @@ REFERENCE = [
 
 
 def model_table() -> str:
-    rows = ['| model | create_model | stages 35/17/8 | features | params | spec params | GFLOPs @299 | spec GFLOPs |',
-            '|---|---|---|---|---|---|---|---|']
+    rows = ['| model | create_model | stages 35/17/8 | features | params | spec params | GFLOPs @299 | spec GFLOPs '
+            '| DDP grads/step |',
+            '|---|---|---|---|---|---|---|---|---|']
     for name, kwargs, label, ref_params, ref_gflops in REFERENCE:
         with torch.device('meta'):
             model = create_model(name, **kwargs)
@@ -37,7 +39,7 @@ def model_table() -> str:
         at = '' if size == 299 else f' (@{size})'
         rows.append(f'| {label} | `create_model({args})` | {stages} | {model.num_features} | '
                     f'{count_params(model):,} | {f"{ref_params:,}" if ref_params else "-"} | {gflops:.1f}{at} | '
-                    f'{ref_gflops if ref_gflops else "-"} |')
+                    f'{ref_gflops if ref_gflops else "-"} | {count_params(model) * 4 / 2**20:.0f} MiB |')
     return '\n'.join(rows)
 
 
