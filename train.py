@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from inception_train.cli import USER_ERRORS, fail
@@ -26,13 +27,21 @@ log = logging.getLogger('train')
 
 @hydra.main(version_base='1.3', config_path='conf', config_name='train')
 def main(cfg: DictConfig) -> float | None:
-    run_dir = HydraConfig.get().runtime.output_dir
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     cfg.paths.output_dir = run_dir
+    if cfg.logger.run_name is None:  # W&B names show what this job changed, e.g. model.residual_scale=0.2
+        cfg.logger.run_name = hydra_cfg.job.override_dirname or cfg.experiment or cfg.model.name
+    if cfg.logger.group is None and multirun:  # a sweep's runs share one W&B group
+        cfg.logger.group = f"{cfg.experiment or 'sweep'}-{'_'.join(Path(hydra_cfg.sweep.dir).parts[-2:])}"
     try:
         config = load_config(OmegaConf.to_container(cfg, resolve=True))
         trainer, history = launch(config, run_dir)
-    except USER_ERRORS as e:  # one line; a run that failed before doing anything leaves nothing on disk
-        fail(e, run_dir)
+    except USER_ERRORS as e:
+        if multirun:  # Hydra records the failure, runs the other jobs, and exits non-zero at the end
+            raise
+        fail(e, run_dir)  # one line; a run that failed before doing anything leaves nothing on disk
     if trainer is not None and not trainer.is_main:
         return None
     last = history[-1]

@@ -107,8 +107,15 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = 'jsonl'                 # metrics.jsonl in the run dir (always written)
+    name: str = 'jsonl'                 # jsonl (metrics.jsonl only; always written) | wandb (also W&B)
     progress_bar: bool = True
+    project: str = 'inception_train'    # W&B project / entity / group / run name / tags
+    entity: str | None = None
+    group: str | None = None            # null: the sweep's name under -m, none otherwise
+    run_name: str | None = None         # null: the command-line overrides (shows the swept values)
+    tags: list[str] = field(default_factory=list)
+    mode: str = 'online'                # online (falls back to offline without a key/network) | offline | disabled
+    init_timeout: float = 60.0          # seconds W&B may take to start before the run goes on without it
 
 
 @dataclass
@@ -143,7 +150,8 @@ _CHOICES = {
     'sched.name': ('step', 'cosine'),
     'trainer.device': ('auto', 'cpu', 'cuda'),
     'trainer.precision': ('fp32', 'bf16', 'fp16'),
-    'logger.name': ('jsonl',),
+    'logger.name': ('jsonl', 'wandb'),
+    'logger.mode': ('online', 'offline', 'disabled'),
 }
 _RANGES = {  # key -> (low, high, low inclusive, high inclusive)
     'model.drop_rate': (0, 1, True, False),
@@ -184,6 +192,7 @@ _RANGES = {  # key -> (low, high, low inclusive, high inclusive)
     'trainer.limit_train_batches': (0, math.inf, True, False),
     'trainer.limit_val_batches': (0, math.inf, True, False),
     'trainer.checkpoint.keep_last': (1, math.inf, True, False),
+    'logger.init_timeout': (1, math.inf, True, False),
 }
 
 

@@ -1,4 +1,8 @@
-"""Convergence plots: validation top-1/top-5 error against epoch (the layout of the paper's Figures 21-26)."""
+"""Convergence plots: validation top-1/top-5 error against epoch (the layout of the paper's Figures 21-26).
+
+`plot_convergence` draws one run's curves (the trainer redraws it after every epoch); `save_figure` is the atomic
+save that it and the multi-run figures of `inception_train.plot` share.
+"""
 from __future__ import annotations
 
 import os
@@ -11,9 +15,24 @@ matplotlib.use('Agg')  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def error_axis_label(k: str) -> str:
+    """'top1' -> 'top-1 error (%)'."""
+    return f'{k[:3]}-{k[3]} error (%)'
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Saves atomically (temp file + os.replace): a reader never sees a half-written file, even while the trainer
+    redraws it every epoch. SVG keeps its text as text (searchable, editable) instead of glyph outlines."""
+    path = Path(path)
+    tmp = path.with_name(f'.{path.stem}.tmp-{os.getpid()}{path.suffix}')
+    with plt.rc_context({'svg.fonttype': 'none'}):
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip('.') or None)
+    os.replace(tmp, path)
+    return path
+
+
 def plot_convergence(rows: Sequence[dict], path: Path, title: str) -> Path:
     """One run's curves: top-1 and top-5 validation error (%) per epoch, raw weights and EMA when present."""
-    path = Path(path)
     epochs = [r['epoch'] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for ax, k in zip(axes, ('top1', 'top5'), strict=True):
@@ -21,12 +40,11 @@ def plot_convergence(rows: Sequence[dict], path: Path, title: str) -> Path:
         if rows and f'val_ema/{k}_err' in rows[0]:
             ax.plot(epochs, [r[f'val_ema/{k}_err'] for r in rows], marker='s', label='EMA weights')
         ax.set_xlabel('epoch')
-        ax.set_ylabel(f'{k[:3]}-{k[3]} error (%)')
+        ax.set_ylabel(error_axis_label(k))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    tmp = path.with_name(f'.{path.stem}.tmp-{os.getpid()}{path.suffix}')
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)

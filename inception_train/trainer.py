@@ -14,6 +14,7 @@ import math
 import os
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,9 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, CheckpointManager, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig, to_dict
 from .data.loaders import build_loaders
+from .loggers import WandbLogger
 from .models import create_model
+from .models.complexity import count_flops, count_params
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .plots import plot_convergence
 
@@ -67,6 +70,13 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if m.bn_momentum != 0.1:
         kwargs['bn_momentum'] = m.bn_momentum
     return create_model(m.name, pretrained=m.pretrained, **kwargs)
+
+
+def model_summary(cfg: TrainConfig, num_classes: int) -> dict:
+    """Size and forward GFLOPs at the training resolution, counted on a meta-device copy (no memory, no compute)."""
+    with torch.device('meta'):
+        model = build_model(replace(cfg, model=replace(cfg.model, pretrained=False)), num_classes)
+    return {'params': count_params(model), 'gflops': count_flops(model, cfg.data.img_size) / 1e9}
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
@@ -126,11 +136,17 @@ class Trainer:
         self.epoch = 0            # epochs completed
         self.global_step = 0
         self.best_top1_err = math.inf
+        self.wandb_id: str | None = None
         if t.resume:
             self.resume(t.resume)
         if self.is_main and not self.history:  # a fresh run in a reused dir must not append to old rows
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._write_metrics([])
+        self.wandb = None
+        if self.is_main and cfg.logger.name == 'wandb':  # after resume: a resumed run continues its W&B run
+            self.wandb = WandbLogger(cfg.logger, to_dict(cfg), self.run_dir, self.wandb_id,
+                                     model_summary(cfg, self.loaders.num_classes))
+            self.wandb_id = self.wandb.run_id or self.wandb_id
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -145,6 +161,7 @@ class Trainer:
             'history': self.history,
             'rng': rng_state(),
             'config': to_dict(self.cfg),
+            'wandb_id': self.wandb_id,
         }
 
     def resume(self, where: str) -> None:
@@ -171,6 +188,7 @@ class Trainer:
         self.scaler.load_state_dict(state['scaler'])
         self.epoch, self.global_step = state['epoch'], state['global_step']
         self.best_top1_err = state['best_top1_err']
+        self.wandb_id = state.get('wandb_id')
         self.history = [row for row in state['history'] if row['epoch'] <= self.epoch]
         set_rng_state(state['rng'])
         if self.is_main:  # metrics.jsonl restarts from the checkpoint's history: no duplicated or lost rows
@@ -290,6 +308,8 @@ class Trainer:
         path = self.ckpt.save(self.state_dict(), self.epoch, is_best and self.cfg.trainer.checkpoint.save_best)
         with open(self.metrics_path, 'a') as f:
             f.write(json.dumps(row) + '\n')
+        if self.wandb:
+            self.wandb.log(row)
         if self.cfg.trainer.plot:
             plot_convergence(self.history, self.plot_path, self.title)
         return path
@@ -307,6 +327,15 @@ class Trainer:
             log.info('%s: %s params, %d steps/epoch, global batch %d, lr %.4g, device %s, %s',
                      self.title, f'{sum(p.numel() for p in self.model.parameters()):,}', self.steps_per_epoch,
                      self.global_batch, self.base_lr, self.device, t.precision)
+        try:
+            self._epochs()
+        finally:
+            if self.wandb:
+                self.wandb.finish()
+        return self.history
+
+    def _epochs(self) -> None:
+        t = self.cfg.trainer
         while self.epoch < t.epochs:
             epoch = self.epoch
             train = self.train_one_epoch(epoch)
@@ -325,4 +354,3 @@ class Trainer:
                          '  -> %s', row['epoch'], t.epochs, row['train/loss'], row['val/top1_err'],
                          row['val/top5_err'], ema_text, row['lr'], row['img_per_s'], row['epoch_time'],
                          path.name if path else '-')
-        return self.history

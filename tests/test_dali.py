@@ -1,12 +1,14 @@
 """The DALI loaders (data.loader=dali) on the CPU: ImageFolder's labels, the torch loader's samples and preprocessing,
 DDP sharding, reproducible epochs, the trainer end to end, and a clear error for an undecodable file."""
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from PIL import Image
 from torch.utils.data import DistributedSampler
 from torchvision.datasets import ImageFolder
@@ -30,6 +32,7 @@ from inception_train.data.dali import (
 from inception_train.data.demo import ensure_demo_dataset
 from inception_train.data.loaders import DataError, build_loaders
 from inception_train.data.transforms import InceptionEvalTransform
+from inception_train.distributed import free_port
 from inception_train.trainer import Trainer
 
 SIZE = 75
@@ -181,6 +184,23 @@ def test_one_epoch_through_the_trainer_with_data_loader_dali(cache_dir, tmp_path
     with pytest.raises(DataError, match='data.num_classes: is 7'):
         build_loaders(replace(tiny_config(cache_dir).data, num_classes=7), seed=0, cache_dir=cache_dir,
                       device=torch.device('cpu'))
+
+
+def _ddp_worker(rank: int, cfg: TrainConfig, run_dir: str, port: int) -> None:
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.distributed.init_process_group('gloo', rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    try:
+        Trainer(cfg, run_dir, rank=rank, world_size=2).fit()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_ddp_ranks_run_the_same_batches_and_count_each_val_image_once(cache_dir, tmp_path):
+    cfg = tiny_config(cache_dir, batch_size=8)
+    mp.start_processes(_ddp_worker, args=(cfg, str(tmp_path), free_port()), nprocs=2, start_method='spawn')
+    row = json.loads((tmp_path / 'metrics.jsonl').read_text())
+    assert row['step'] == 5 and row['val/images'] == 30  # 80 images / (8 x 2 ranks); 15 + 15 val images
 
 
 @pytest.fixture
