@@ -32,6 +32,9 @@ demo: install  ## train a small Inception-ResNet-v2 on the generated demo datase
 bench-train: install  ## full trainer vs a bare training loop on synthetic data (JSON on the last line)
 	$(PY) -m inception_train.bench trainer
 
+figures: install  ## paper-style figures and Table-2 style results from run/sweep dirs: make figures RUNS="outputs/... multirun/..."
+	$(PY) -m inception_train.plot $(RUNS)
+
 bench-data: install  ## training-pipeline img/s of the torch loader vs DALI on generated JPEGs (JSON on the last line)
 	$(PY) -m inception_train.bench data
 

@@ -96,12 +96,8 @@ class Run:
 
     @property
     def reduced(self) -> bool:
-        """Not the paper's network or data (the demo, a width multiplier, fewer blocks): kept out of Figs 21-26."""
-        width = cfg_get(self.config, 'model.width_multiplier')
-        return (self.model not in MODEL_LABELS or width not in (None, 1, 1.0)
-                or cfg_get(self.config, 'model.depths') is not None
-                or cfg_get(self.config, 'data.name') in ('demo', 'synthetic')
-                or _side_experiment(self.config) is not None)
+        """Not the paper's network on ImageNet (the demo, a width multiplier, fewer blocks): kept out of Figs 21-26."""
+        return reduced_tag(self.config) is not None
 
     def err(self, row: dict, k: str, ema: bool | None = None) -> float:
         """Error (%) of the evaluated weights: EMA where the run has it, as in the paper."""
@@ -114,6 +110,8 @@ class Run:
 
 
 def cfg_get(config: dict, dotted: str, default=None):
+    if dotted in config:  # a flattened config (W&B can show one) keeps the dotted key
+        return config[dotted]
     node = config
     for key in dotted.split('.'):
         if not isinstance(node, dict) or key not in node:
@@ -122,10 +120,17 @@ def cfg_get(config: dict, dotted: str, default=None):
     return node
 
 
-def _side_experiment(config: dict) -> str | None:
-    """An experiment that is not one of the paper's recipes (e.g. demo): named in the label, kept out of Figs 21-26."""
+def reduced_tag(config: dict) -> str | None:
+    """What makes a run smaller than the paper's (None: nothing), for its label: the experiment (e.g. demo), else
+    the dataset (demo, synthetic), else 'reduced'. A full-size ImageNet run gets none, whatever its experiment."""
+    width = cfg_get(config, 'model.width_multiplier')
+    data = cfg_get(config, 'data.name')
+    if width in (None, 1, 1.0) and cfg_get(config, 'model.depths') is None and data not in ('demo', 'synthetic'):
+        return None
     exp = cfg_get(config, 'experiment')
-    return exp if exp and not str(exp).startswith('paper_') else None
+    if exp and not str(exp).startswith('paper_'):
+        return str(exp)
+    return data if data in ('demo', 'synthetic') else 'reduced'
 
 
 def scale_text(scale) -> str:
@@ -137,15 +142,14 @@ def scale_text(scale) -> str:
 
 
 def base_label(config: dict) -> str:
-    """The network's name as in the paper, plus what changes it (TF-slim variant, experiment), without the scale."""
+    """The network's name as in the paper, plus what changes it (TF-slim variant, a reduced size), without the
+    residual scale."""
     name = cfg_get(config, 'model.name')
     label = MODEL_LABELS.get(name, name or 'unknown model')
     if cfg_get(config, 'model.variant') == 'tf':
         label += ' (tf)'
-    if _side_experiment(config):
-        label += f' ({_side_experiment(config)})'
-    elif cfg_get(config, 'model.width_multiplier') not in (None, 1, 1.0) or cfg_get(config, 'model.depths'):
-        label += ' (reduced)'
+    if reduced_tag(config):
+        label += f' ({reduced_tag(config)})'
     return label
 
 
@@ -224,7 +228,8 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     runs, seen, empty = [], set(), []
     for arg in paths:
         found = load_wandb_runs(str(arg)) if str(arg).startswith('wandb://') else _load_local(Path(arg))
-        empty += [str(arg)] if not found else []
+        if not found:
+            empty.append(str(arg))
         for run in found:
             key = str(run.dir.resolve()) if not str(arg).startswith('wandb://') else str(run.dir)
             if key not in seen:  # `outputs outputs/x` must not plot x twice
@@ -317,7 +322,7 @@ def _paper_runs(runs: Sequence[Run], model: str) -> list[Run]:
 
 
 def _scale_runs(runs: Sequence[Run]) -> list[Run]:
-    """Fig 20's study: runs of one network (same variant, same experiment) that differ only in residual_scale."""
+    """Fig 20's study: runs of one network (same variant and size) that differ in residual_scale."""
     groups = defaultdict(list)
     for r in (r for r in runs if r.rows and r.config):
         groups[base_label(r.config)].append(r)
@@ -437,9 +442,14 @@ def results_rows(runs: Sequence[Run]) -> list[dict]:
 
 
 def failed_runs(runs: Sequence[Run]) -> list[dict]:
-    return [{'run': str(r.dir), 'label': r.label, 'epochs': len(r.rows), 'error': r.error,
-             'reason': f'failed after {len(r.rows)} epochs' if r.rows else 'no metrics (failed or empty)'}
+    return [{'run': str(r.dir), 'label': r.label, 'epochs': len(r.rows), 'error': r.error, 'reason': _reason(r)}
             for r in runs if r.failed]
+
+
+def _reason(run: Run) -> str:
+    if run.rows:
+        return f'failed after {len(run.rows)} epochs'   # its partial curve is in the figures
+    return 'failed, no metrics' if run.status == 'failed' else 'no metrics'
 
 
 def results_table(runs: Sequence[Run]) -> str:

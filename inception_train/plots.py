@@ -25,9 +25,12 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     redraws it every epoch. SVG keeps its text as text (searchable, editable) instead of glyph outlines."""
     path = Path(path)
     tmp = path.with_name(f'.{path.stem}.tmp-{os.getpid()}{path.suffix}')
-    with plt.rc_context({'svg.fonttype': 'none'}):
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip('.') or None)
-    os.replace(tmp, path)
+    try:
+        with plt.rc_context({'svg.fonttype': 'none'}):
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip('.') or None)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)   # only left when saving failed
     return path
 
 

@@ -134,3 +134,21 @@ def test_a_resumed_run_continues_the_same_wandb_run(cache_dir, tmp_path):
     Trainer(replace(cfg, trainer=replace(cfg.trainer, epochs=2, resume='auto')), tmp_path).fit()
     assert load_checkpoint(tmp_path / 'checkpoints' / 'epoch_0002.pt')['wandb_id'] == first
     assert {r['id'] for r in offline_runs(tmp_path)} == {first}
+
+
+def test_the_plot_command_turns_the_sweep_into_figures_that_match_the_metrics(sweep, tmp_path):
+    from inception_train.plot import load_runs, main, make_figures
+    sweep_dir, _ = sweep
+    runs = load_runs([sweep_dir])
+    assert sorted(r.dir.name for r in runs if r.failed) == ['3']
+    data = {}
+    files = make_figures(runs, tmp_path, ['png'], data=data)
+    assert files and all(f.read_bytes()[:4] == b'\x89PNG' for f in files)
+    plotted = {label: (xs, ys) for curves in data.values() for label, xs, ys in curves}
+    for run in (r for r in runs if not r.failed):
+        xs, ys = plotted[run.label]
+        assert list(xs) == [row['epoch'] for row in run.rows]
+        assert any(list(ys) == pytest.approx([row[k] for row in run.rows])
+                   for k in ('val_ema/top1_err', 'val_ema/top5_err'))
+    assert main([str(sweep_dir), '--out', str(tmp_path / 'cli')]) in (0, None)
+    assert (tmp_path / 'cli' / 'results.md').read_text().count('Inception-ResNet-v2') >= 3
