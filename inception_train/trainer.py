@@ -104,12 +104,12 @@ class Trainer:
         self.model = build_model(cfg, self.loaders.num_classes).to(self.device)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
+        if world_size > 1 and t.sync_bn:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.ema = ModelEmaV3(self.model, decay=t.ema_decay, use_warmup=True, warmup_gamma=10.0,
                               warmup_power=1.0) if t.ema else None  # TF's EMA warmup: decay <= (1+n)/(10+n)
         self.forward_model = self.model
         if world_size > 1:
-            if t.sync_bn:
-                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.forward_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
                 bucket_cap_mb=t.ddp_bucket_mb, gradient_as_bucket_view=True)
