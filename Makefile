@@ -35,6 +35,9 @@ bench-train: install  ## full trainer vs a bare training loop on synthetic data 
 figures: install  ## paper-style figures and Table-2 style results from run/sweep dirs: make figures RUNS="outputs/... multirun/..."
 	$(PY) -m inception_train.plot $(RUNS)
 
+eval: install  ## the paper's eval table for a checkpoint: make eval CKPT=path [ARGS='eval.crops=144 data.root=...']
+	$(PY) eval.py $(if $(CKPT),checkpoint=$(CKPT)) $(ARGS)
+
 bench-data: install  ## training-pipeline img/s of the torch loader vs DALI on generated JPEGs (JSON on the last line)
 	$(PY) -m inception_train.bench data
 
