@@ -204,7 +204,7 @@ def main(argv=None) -> None:
     d.add_argument('--image-size', type=int, default=433, help='their mean side in px (433: about 500x375)')
     d.add_argument('--warmup', type=int, default=4, help='batches before the clock starts')
     d.add_argument('--batches', type=int, default=0, help='timed batches (default: the rest of the epoch)')
-    d.add_argument('--repeats', type=int, default=2, help='alternating rounds; the best round counts')
+    d.add_argument('--repeats', type=int, default=3, help='alternating rounds; the best round counts')
     d.add_argument('--cpu-only', action='store_true', help='skip the GPU (mixed) DALI pipeline')
     d.add_argument('--cache-dir', default=PathsConfig().cache_dir)
     args = parser.parse_args(argv)

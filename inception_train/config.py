@@ -32,7 +32,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     name: str = 'imagenet'              # imagenet | demo | synthetic
-    loader: str = 'torch'               # torch (PIL decoding in DataLoader workers)
+    loader: str = 'torch'               # torch (PIL in DataLoader workers) | dali (nvidia-dali; GPU decode if present)
     root: str | None = None             # folder with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
     num_classes: int = 1000
     img_size: int = 299                 # train and eval resolution

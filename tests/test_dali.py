@@ -6,6 +6,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -25,6 +26,7 @@ from inception_train.config import (
 from inception_train.data.dali import (
     DaliEvalLoader,
     DaliTrainLoader,
+    distort_color,
     epoch_order,
     image_folder_samples,
     read_file_list,
@@ -76,6 +78,35 @@ def test_outputs_are_float_nchw_in_minus_one_to_one_with_int64_labels(train_samp
     assert images.shape == (16, 3, SIZE, SIZE) and images.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize('params', [dict(saturation=1.4, brightness=-20 / 255),
+                                    dict(saturation=0.6, brightness=30 / 255, hue=0.0, contrast=0.7),
+                                    dict(saturation=1.0, brightness=0.0, hue=0.0, contrast=1.4)])
+def test_colour_distortion_matches_torchvision_apart_from_hue(demo, params):
+    from nvidia.dali import fn, pipeline_def
+    from torchvision.transforms.v2 import functional as F
+
+    images = [torch.from_numpy(np.array(Image.open(p).convert('RGB'))) for p, _ in
+              image_folder_samples(demo / 'val')[0][:4]]
+
+    @pipeline_def(batch_size=4, num_threads=1, device_id=None)
+    def pipe():
+        return distort_color(fn.external_source(lambda: [x.numpy() for x in images], batch=True, layout='HWC'),
+                             **params)
+
+    p = pipe()
+    p.build()
+    for image, out in zip(images, p.run()[0], strict=True):
+        # torchvision's saturation and contrast (blends with the luma grey and with its mean), clipped once at the end
+        x = image.permute(2, 0, 1).float() / 255
+        grey = F.rgb_to_grayscale(x)
+        x = grey + params['saturation'] * (x - grey)
+        if 'contrast' in params:
+            x = grey.mean() + params['contrast'] * (x - grey.mean())
+        x = (x + params['brightness']).clamp(0, 1)
+        got = torch.from_numpy(np.array(out)).permute(2, 0, 1).float().clamp(0, 255) / 255
+        assert (got - x).abs().mean() < 1 / 255
+
+
 def test_labels_are_image_folders_for_every_file(demo, tmp_path):
     for split in ('train', 'val'):
         folder = ImageFolder(str(demo / split))
@@ -84,6 +115,11 @@ def test_labels_are_image_folders_for_every_file(demo, tmp_path):
         # the eval loader reads the files in list order: its labels are what DALI attached to each file
         _, labels = collect(DaliEvalLoader(samples, batch_size=7, rank=0, world_size=1, **COMMON))
         assert labels.tolist() == folder.targets
+    # labels of several digits (the file_list lines are padded to one width)
+    samples, _ = image_folder_samples(demo / 'val')
+    relabelled = [(path, 997 + i) for i, (path, _) in enumerate(samples)]
+    _, labels = collect(DaliEvalLoader(relabelled, batch_size=8, rank=0, world_size=1, **COMMON))
+    assert labels.tolist() == list(range(997, 997 + len(samples)))
     # an explicit list in DALI's file_list format (paths relative to the list's folder) gives the same samples
     train = ImageFolder(str(demo / 'train'))
     (tmp_path / 'list.txt').write_text(''.join(f'{Path(p).relative_to(demo / "train")} {t}\n'
@@ -117,7 +153,7 @@ def test_two_train_shards_are_distributed_samplers_and_cover_the_epoch_once(trai
     for loader in halves:
         loader.set_epoch(1)
     assert sorted(halves[0].epoch_indices() + halves[1].epoch_indices()) == list(range(80))
-    assert epoch_order(80, 3, 1, 2) == halves[0].epoch_indices() + halves[1].epoch_indices()
+    assert epoch_order(80, 3, 1, 2).tolist() == halves[0].epoch_indices() + halves[1].epoch_indices()
 
 
 def test_eval_shards_see_each_file_exactly_once_and_match_the_torch_transform(demo):
