@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint models demo bench-train bench-data figures eval lock clean
+.PHONY: help install test lint models demo bench bench-models bench-train bench-data figures eval lock clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,8 +29,14 @@ lint: install  ## ruff on the code, hadolint on the Dockerfile
 demo: install  ## train a small Inception-ResNet-v2 on the generated demo dataset (CPU, minutes), plot its curve
 	$(PY) train.py experiment=demo
 
-bench-train: install  ## full trainer vs a bare training loop on synthetic data (JSON on the last line)
-	$(PY) -m inception_train.bench trainer
+bench: install  ## bench-models, then bench-train: the README's performance tables (ARGS='--mode eager ...')
+	$(PY) -m inception_train.bench all $(ARGS)
+
+bench-models: install  ## train/infer img/s, peak memory, MFU of every network and setting, ours vs timm
+	$(PY) -m inception_train.bench models $(ARGS)
+
+bench-train: install  ## full trainer: bare loop vs synthetic tensors vs real JPEGs through each loader
+	$(PY) -m inception_train.bench pipeline $(ARGS)
 
 figures: install  ## paper-style figures and Table-2 style results from run/sweep dirs: make figures RUNS="outputs/... multirun/..."
 	$(PY) -m inception_train.plot $(RUNS)
@@ -39,7 +45,7 @@ eval: install  ## the paper's eval table for a checkpoint: make eval CKPT=path [
 	$(PY) eval.py $(if $(CKPT),checkpoint=$(CKPT)) $(ARGS)
 
 bench-data: install  ## training-pipeline img/s of the torch loader vs DALI on generated JPEGs (JSON on the last line)
-	$(PY) -m inception_train.bench data
+	$(PY) -m inception_train.bench data $(ARGS)
 
 models: install  ## print the model table of the README (params and GFLOPs measured by the project)
 	$(PY) -m inception_train.models

@@ -100,7 +100,7 @@ class Trainer:
         seed_everything(t.seed)  # same seed on every rank: identical initial weights
 
         self.loaders = build_loaders(cfg.data, seed=t.seed, cache_dir=cfg.paths.cache_dir, device=self.device,
-                                     rank=rank, world_size=world_size)
+                                     rank=rank, world_size=world_size, channels_last=t.channels_last)
         self.model = build_model(cfg, self.loaders.num_classes).to(self.device)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)

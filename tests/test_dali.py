@@ -222,6 +222,18 @@ def test_one_epoch_through_the_trainer_with_data_loader_dali(cache_dir, tmp_path
                       device=torch.device('cpu'))
 
 
+def test_trainer_channels_last_reaches_the_dali_loaders(cache_dir, tmp_path):
+    """DALI writes NHWC itself, so the trainer's channels_last costs no transpose per batch."""
+    loaders = build_loaders(tiny_config(cache_dir).data, seed=0, cache_dir=cache_dir, device=torch.device('cpu'),
+                            channels_last=True)
+    for loader in (loaders.train, loaders.val):
+        if hasattr(loader, 'set_epoch'):
+            loader.set_epoch(0)
+        images, _ = next(iter(loader))
+        assert images.shape[1] == 3 and images.is_contiguous(memory_format=torch.channels_last)
+        assert not images.is_contiguous()
+
+
 def _ddp_worker(rank: int, cfg: TrainConfig, run_dir: str, port: int) -> None:
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.distributed.init_process_group('gloo', rank=rank, world_size=2)

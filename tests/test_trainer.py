@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from inception_train.checkpoint import CheckpointError, load_checkpoint
 from inception_train.config import (
@@ -155,3 +156,31 @@ def test_bf16_channels_last_and_the_aux_loss_run_on_the_cpu(cache_dir, tmp_path)
     assert all(isinstance(o, tuple) and o[1].shape == (4, 10) for o in seen)  # the aux head was trained
     row = read_metrics(tmp_path)[0]
     assert row['step'] == 2 and row['val/images'] == 4 and torch.isfinite(torch.tensor(row['train/loss']))
+
+
+class _HostSyncCounter(TorchFunctionMode):
+    """Records each tensor -> Python value conversion (what forces a host-device sync on a GPU) and the step it
+    happened in."""
+    SYNCING = {'item', 'tolist', 'cpu', 'numpy', '__bool__', '__float__', '__int__', '__index__'}
+
+    def __init__(self, trainer: Trainer):
+        super().__init__()
+        self.step_of, self.events = (lambda: trainer.global_step), []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, '__name__', '') in self.SYNCING:
+            self.events.append((self.step_of(), func.__name__))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_training_loop_syncs_with_the_host_only_every_log_every_steps(cache_dir, tmp_path):
+    cfg = tiny_config(cache_dir, log_every=2, ema=True, grad_clip=1.0, label_smoothing=0.1)
+    # tensors that are already on the device: the data pipeline's own CPU-side conversions are not the loop's
+    cfg = replace(cfg, data=DataConfig(name='synthetic', img_size=75, batch_size=4, num_classes=10,
+                                       synthetic_train_size=20))
+    trainer = Trainer(cfg, tmp_path)
+    trainer.steps_per_epoch = 5
+    with _HostSyncCounter(trainer) as counter:
+        trainer.train_one_epoch(0)
+    # a loss read after steps 2 and 4 (log_every), then after step 5 for the bar and once more for the epoch mean
+    assert counter.events == [(2, 'item'), (4, 'item'), (5, 'item'), (5, 'item')]
