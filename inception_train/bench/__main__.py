@@ -42,9 +42,9 @@ def _add_models_args(p) -> None:
                    help='default: eager,compile on a GPU, eager on a CPU')
     p.add_argument('--img-size', type=int, default=299)
     p.add_argument('--batch-size', type=int, default=None, help='default: 128 on a GPU, 2 on a CPU')
-    p.add_argument('--steps', type=int, default=None, help='timed steps (default: 30 on a GPU, 3 on a CPU)')
-    p.add_argument('--warmup', type=int, default=None, help='untimed steps first (default: 10 GPU, 1 CPU; >= 1)')
-    p.add_argument('--repeats', type=int, default=None, help='alternating ours/timm rounds (default: 3)')
+    p.add_argument('--steps', type=int, default=None, help='timed steps per round (default: 30 GPU, 2 CPU)')
+    p.add_argument('--warmup', type=int, default=None, help='untimed steps before each round (default: 10 GPU, 1 CPU)')
+    p.add_argument('--repeats', type=int, default=None, help='alternating ours/timm rounds (default: 3 GPU, 5 CPU)')
     p.add_argument('--no-timm', dest='timm', action='store_false', help="skip timm's implementations")
     p.add_argument('--peak-tflops', type=float, default=None, help="the device's peak for MFU, overriding the table")
 
@@ -75,7 +75,7 @@ def _fill_defaults(args, gpu: bool, names: dict) -> None:
 
 def _models_defaults(args, gpu: bool) -> None:
     _fill_defaults(args, gpu, {'precision': (['fp32', 'bf16'], ['fp32']), 'mode': (['eager', 'compile'], ['eager']),
-                               'batch_size': (128, 2), 'steps': (30, 3), 'warmup': (10, 1), 'repeats': (3, 3)})
+                               'batch_size': (128, 2), 'steps': (30, 2), 'warmup': (10, 1), 'repeats': (3, 5)})
     if args.warmup < 1:
         raise ValueError('--warmup: must be >= 1 (the first step creates the optimizer state and compiles)')
 

@@ -4,9 +4,11 @@ Like timm's benchmark.py: one fixed random batch on the device, a train step = f
 backward -> optimizer step (the recipe's RMSProp-TF, the same for both implementations), inference = forward
 under no_grad in eval mode. Every setting of precision (fp32 / bf16 autocast) x memory layout (NCHW /
 channels_last) x mode (eager / torch.compile) is run for our network and, where timm has the same network
-(inception_v3, inception_v4, inception_resnet_v2 = our `tf` variant), for timm's in the same process, alternating
-the two implementations for `repeats` rounds and keeping each one's best round, so drifts in the machine's speed
-hit both alike. ours/timm below 1.0 on the same math is overhead in our code.
+(inception_v3, inception_v4, inception_resnet_v2 = our `tf` variant), for timm's in the same process. The two
+take turns for `repeats` rounds of `steps` timed steps (each round after `warmup` steps), each in turn first, so
+drifts in the machine's speed hit both alike; img/s is from the median round, and ours/timm is the median of the
+rounds' paired ratios. Below 1.0 on the same math is overhead in our code, beyond the noise that inception_v3 shows
+(it is timm's own class on both sides, so its ratio is the harness's noise floor on the machine).
 
 MFU = img/s x FLOPs per image / the device's peak: FLOPs are the project's own forward count
 (models/complexity.py, 2 per multiply-add); a train step counts 3x forward (backward = 2x forward); the peak is
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import gc
-import math
+import statistics
 from dataclasses import asdict, dataclass, field
 
 import timm
@@ -109,8 +111,8 @@ class _Runner:
         with self._autocast():
             self.forward(self.x)
 
-    def measure(self, phase: str, steps: int, warmup: int) -> tuple[float, int]:
-        """(seconds per step, bytes: optimizer state + one more step's peak memory growth).
+    def measure(self, phase: str, steps: int, warmup: int, memory: bool) -> tuple[float, int | None]:
+        """(seconds per step, bytes of optimizer state + one more step's peak memory growth, if `memory`).
 
         Warm-up steps (compilation, cuDNN autotuning, the optimizer state's creation) come first. Memory is taken
         on a separate step after the timed ones: on a CPU, tracking it returns freed heap to the OS, and the page
@@ -121,16 +123,17 @@ class _Runner:
         step = self.train_step if phase == 'train' else self.infer_step
         if phase == 'train':
             self.optimizer = build_optimizer(self.model, OptimConfig(), lr=1e-5)
-        seconds = seconds_per_call(step, self.device, steps, warmup)
-        with PeakMemory(self.device) as memory:
-            step()
-        state = 0
-        if self.optimizer is not None:
-            state = sum(t.numel() * t.element_size() for s in self.optimizer.state.values() for t in s.values()
-                        if torch.is_tensor(t))
+        seconds, used = seconds_per_call(step, self.device, steps, warmup), None
+        if memory:
+            with PeakMemory(self.device) as peak:
+                step()
+            used = peak.bytes
+            if self.optimizer is not None:
+                used += sum(t.numel() * t.element_size() for s in self.optimizer.state.values() for t in s.values()
+                            if torch.is_tensor(t))
         self.optimizer = None
         self.model.zero_grad(set_to_none=True)
-        return seconds, state + memory.bytes
+        return seconds, used
 
 
 def bench_net(net: BenchNet, settings: list[Setting], *, device: torch.device, batch_size: int, img_size: int,
@@ -151,21 +154,24 @@ def bench_net(net: BenchNet, settings: list[Setting], *, device: torch.device, b
                'precision': setting.precision, 'layout': setting.layout, 'mode': setting.mode}
         peak, _ = peaks[setting.precision]
         for phase, flops_per_img in (('train', 3 * flops), ('infer', flops)):
-            best = {impl: (math.inf, math.inf) for impl in impls}
+            seconds, used = {impl: [] for impl in impls}, {}
             for round_ in range(repeats):
-                # alternating, and in turn first: a drift in the machine's speed hits both alike
+                # alternating, each in turn first: a drift in the machine's speed hits both alike
                 for impl in impls if round_ % 2 == 0 else impls[::-1]:
-                    seconds, memory = runners[impl].measure(phase, steps, warmup)
-                    best[impl] = (min(best[impl][0], seconds), min(best[impl][1], memory))
+                    step_s, step_bytes = runners[impl].measure(phase, steps, warmup, memory=round_ == 0)
+                    seconds[impl].append(step_s)
+                    used.setdefault(impl, step_bytes)
             for impl in impls:
-                img_s = batch_size / best[impl][0]
+                img_s = batch_size / statistics.median(seconds[impl])
                 row.setdefault(impl, {}).update({
                     f'{phase}_img_s': round(img_s, 2),
                     f'{phase}_mfu': round(img_s * flops_per_img / peak, 4),
                     # the model's own weights + what the step allocated (grads, optimizer state, activations)
-                    f'{phase}_peak_mib': round((best[impl][1] + param_bytes[impl]) / MIB, 1)})
-            if 'timm' in row:
-                row[f'ratio_{phase}'] = round(row['ours'][f'{phase}_img_s'] / row['timm'][f'{phase}_img_s'], 3)
+                    f'{phase}_peak_mib': round((used[impl] + param_bytes[impl]) / MIB, 1),
+                    f'{phase}_round_s': [round(t, 5) for t in seconds[impl]]})
+            if 'timm' in row:  # the median of each round's paired ratio: steadier than a ratio of two medians
+                row[f'ratio_{phase}'] = round(statistics.median(
+                    t / o for o, t in zip(seconds['ours'], seconds['timm'], strict=True)), 3)
         log(format_row(row))
         rows.append(row)
         del runners
