@@ -113,14 +113,21 @@ def test_peak_memory_sees_a_short_lived_cpu_allocation():
 def test_pipeline_measures_the_trainer_on_synthetic_data_and_each_loader(capsys, tmp_path):
     result, table = run_bench(capsys, 'pipeline', '--device', 'cpu', '--model', 'inception_resnet_v1',
                               '--img-size', '75', '--batch-size', '4', '--steps', '2', '--warmup', '1',
-                              '--workers', '1', '--images', '1', '--image-size', '96', '--cache-dir', str(tmp_path))
+                              '--workers', '1', '--images', '1', '--image-size', '96', '--repeats', '2',
+                              '--cache-dir', str(tmp_path))
     img_s = result['img_per_s']
     assert set(img_s) == {'bare_loop', 'trainer_synthetic', 'trainer_torch_jpeg', 'trainer_dali_jpeg'}
     assert all(v > 0 for v in img_s.values()) and result['dali_decoder'] == 'cpu'
-    assert result['ratio_trainer_bare'] == pytest.approx(img_s['trainer_synthetic'] / img_s['bare_loop'], rel=0.01)
+    rounds = result['round_img_per_s']
+    assert all(len(values) == 2 and img_s[k] == pytest.approx(statistics.median(values), abs=0.01)
+               for k, values in rounds.items())
+
+    def paired(name, base):  # the median of each round's ratio
+        return statistics.median(a / b for a, b in zip(rounds[name], rounds[base], strict=True))
+    assert result['ratio_trainer_bare'] == pytest.approx(paired('trainer_synthetic', 'bare_loop'), rel=0.01)
     for loader in ('torch', 'dali'):
-        assert result['ratio_to_synthetic'][f'trainer_{loader}_jpeg'] == pytest.approx(
-            img_s[f'trainer_{loader}_jpeg'] / img_s['trainer_synthetic'], rel=0.01)
+        name = f'trainer_{loader}_jpeg'
+        assert result['ratio_to_synthetic'][name] == pytest.approx(paired(name, 'trainer_synthetic'), rel=0.01)
     assert sum(line.startswith('| trainer_') or line.startswith('| bare_loop') for line in table) == 4
     # --images 1 is raised to the (warmup + steps) x batch = 12 images an epoch needs: 2 in each of 10 classes
     assert len(list(tmp_path.glob('bench-data-*/train/*/*.JPEG'))) == 20

@@ -60,6 +60,7 @@ def _add_pipeline_args(p, prefix: str = '') -> None:
     p.add_argument(f'--{prefix}channels-last', action=argparse.BooleanOptionalAction, default=None,
                    help='default: on for a GPU, off for a CPU')
     p.add_argument(f'--{prefix}compile', action='store_true')
+    p.add_argument(f'--{prefix}repeats', type=int, default=3, help='rounds, taking turns; the median counts')
     p.add_argument(f'--{prefix}loaders', type=_csv(['torch', 'dali']), default=['torch', 'dali'])
     p.add_argument(f'--{prefix}workers', type=int, default=min(16, os.cpu_count() or 1),
                    help='DataLoader workers = DALI threads (default: the CPU count, at most 16)')

@@ -82,17 +82,18 @@ def settings_grid(precisions, layouts, modes) -> list[Setting]:
             for mode in modes for p in precisions for layout in layouts]
 
 
-class _Runner:
+class Runner:
     """One implementation of one network in one setting: a train step and an inference step on a fixed batch."""
 
-    def __init__(self, model: nn.Module, setting: Setting, device: torch.device, batch_size: int, img_size: int):
+    def __init__(self, model: nn.Module, setting: Setting, device: torch.device, batch_size: int, img_size: int,
+                 num_classes: int = 1000):
         self.model, self.setting, self.device = model, setting, device
         fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
         model.to(memory_format=fmt)
         self.forward = torch.compile(model) if setting.compile else model
         generator = torch.Generator(device='cpu').manual_seed(0)
         self.x = torch.randn(batch_size, 3, img_size, img_size, generator=generator).to(device, memory_format=fmt)
-        self.y = torch.randint(0, 1000, (batch_size,), generator=generator).to(device)
+        self.y = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
         self.dtype = _DTYPES[setting.precision]
         self.optimizer = None
 
@@ -149,7 +150,7 @@ def bench_net(net: BenchNet, settings: list[Setting], *, device: torch.device, b
     for setting in settings:
         if setting.compile:
             torch._dynamo.reset()  # fresh caches: every network/setting compiles under the same recompile budget
-        runners = {impl: _Runner(models[impl], setting, device, batch_size, img_size) for impl in impls}
+        runners = {impl: Runner(models[impl], setting, device, batch_size, img_size) for impl in impls}
         row = {'net': net.label, 'params': count_params(meta), 'gflops': round(flops / 1e9, 3),
                'precision': setting.precision, 'layout': setting.layout, 'mode': setting.mode}
         peak, _ = peaks[setting.precision]
