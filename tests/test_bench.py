@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from inception_train.bench.__main__ import main
-from inception_train.bench.common import PeakMemory, peak_flops
+from inception_train.bench import common
+from inception_train.bench.common import PeakMemory, measured_matmul_flops, peak_flops
 from inception_train.bench.models import NETS, settings_grid
 from inception_train.models import create_model
 from inception_train.models.complexity import count_flops
@@ -97,6 +98,19 @@ def test_gpu_peaks_come_from_the_data_sheet_for_the_arithmetic_used(monkeypatch)
     monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: 'NVIDIA H100 PCIe')
     assert peak_flops(cuda, 'bf16')[0] == pytest.approx(756.5e12)
     assert peak_flops(cuda, 'bf16', override_tflops=500)[0] == pytest.approx(500e12)
+
+
+def test_a_measured_peak_takes_at_least_one_round_however_slow():
+    assert measured_matmul_flops(torch.device('cpu'), 'fp32', seconds=0.0) > 1e8
+
+
+def test_a_cpu_bf16_peak_is_never_below_its_fp32_matmul_rate(monkeypatch):
+    rates = {'bf16': 1e9, 'fp32': 1.5e11}  # a CPU without bf16 instructions
+    monkeypatch.setattr(common, 'measured_matmul_flops', lambda device, math: rates[math])
+    assert peak_flops(torch.device('cpu'), 'bf16') == (1.5e11, 'bf16: 0.15 TFLOP/s measured (best square matmul; '
+                                                                'no data-sheet figure)')
+    rates['bf16'] = 4e11  # one with them
+    assert peak_flops(torch.device('cpu'), 'bf16')[0] == 4e11
 
 
 def test_peak_memory_sees_a_short_lived_cpu_allocation():

@@ -1,5 +1,6 @@
 """The paper's recipe, piece by piece: lr schedule and scaling, RMSProp-TF, weight decay targets, EMA, label
 smoothing, top-k counting, and the Inception preprocessing."""
+import copy
 import math
 
 import pytest
@@ -64,6 +65,26 @@ def test_rmsprop_tf_matches_a_hand_computation():
     assert torch.allclose(lin.weight.detach(), w, atol=1e-7)
     # torch's RMSprop (eps outside the sqrt, ms from zero) would be far off
     assert not torch.allclose(w0 - 0.045 * 2 * torch.tensor([[0.5, -1.0, 2.0]]).sign(), w, atol=1e-3)
+
+
+def test_the_sgd_step_is_fused_and_matches_the_reference_step():
+    torch.manual_seed(0)
+    fused_model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(36, 2))
+    plain_model, start = copy.deepcopy(fused_model), copy.deepcopy(fused_model)
+    fused = build_optimizer(fused_model, OptimConfig(name='sgd', weight_decay=0.01), lr=0.1)
+    plain = build_optimizer(plain_model, OptimConfig(name='sgd', weight_decay=0.01), lr=0.1)
+    for group in plain.param_groups:  # the for-loop reference implementation
+        group.update(fused=False, foreach=False)
+    assert fused.defaults['fused'] is True
+    x = torch.randn(4, 3, 5, 5)
+    for _ in range(3):
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(fused_model[0].weight, start[0].weight, atol=1e-3)  # the steps did move it
 
 
 def test_weight_decay_only_on_conv_and_linear_weights():

@@ -71,7 +71,7 @@ def measured_matmul_flops(device: torch.device, math: str, seconds: float = 1.0)
     try:
         best, deadline = 0.0, time.perf_counter() + seconds
         torch.mm(a, b)  # warm-up (kernel selection, thread pool)
-        while time.perf_counter() < deadline:
+        while best == 0.0 or time.perf_counter() < deadline:  # at least one round, however slow
             sync(device)
             start = time.perf_counter()
             for _ in range(4):
@@ -93,7 +93,9 @@ def peak_flops(device: torch.device, precision: str, override_tflops: float | No
         for keys, table in GPU_PEAK_TFLOPS:
             if all(k in name for k in keys):
                 return table[math] * 1e12, f'{math}: {table[math]:g} TFLOP/s, {name} data sheet (dense)'
-    flops = measured_matmul_flops(device, math)
+    # no data-sheet figure: the fastest square matmul, in bf16 or fp32 for bf16 autocast (a CPU without bf16
+    # instructions runs bf16 matmuls far slower than fp32, and its fp32 rate is then the real ceiling)
+    flops = max(measured_matmul_flops(device, m) for m in ({math, 'fp32'} if math == 'bf16' else {math}))
     return flops, f'{math}: {flops / 1e12:.3g} TFLOP/s measured (best square matmul; no data-sheet figure)'
 
 

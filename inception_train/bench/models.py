@@ -192,7 +192,7 @@ def bench_models(args, log=_print) -> dict:
     settings = settings_grid(args.precision, args.layout, args.mode)
     peaks = {p: peak_flops(device, p, args.peak_tflops) for p in dict.fromkeys(s.precision for s in settings)}
     log(f'{len(args.models)} networks x {len(settings)} settings @{args.img_size} batch {args.batch_size}, '
-        f'{args.steps} steps after {args.warmup} warm-up, best of {args.repeats}, on {device_name(device)}')
+        f'{args.steps} steps after {args.warmup} warm-up, median of {args.repeats} rounds, on {device_name(device)}')
     for precision, (_, source) in peaks.items():
         log(f'  MFU peak for {precision}: {source}')
     log(TABLE_HEADER)
