@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from inception_train.bench.__main__ import main
 from inception_train.bench import common
+from inception_train.bench.__main__ import main
 from inception_train.bench.common import PeakMemory, measured_matmul_flops, peak_flops
 from inception_train.bench.models import NETS, settings_grid
 from inception_train.models import create_model
