@@ -110,7 +110,7 @@ def bench_pipeline(args) -> dict:
             'workers': args.workers, 'dali_decoder': 'mixed (GPU)' if device.type == 'cuda' else 'cpu',
             'device': device_name(device), 'versions': versions(),
             'img_per_s': {k: round(v, 2) for k, v in img_s.items()},
-            'round_img_per_s': {k: [round(v, 2) for v in values] for k, values in rounds.items()},
+            'round_img_per_s': {k: [round(v, 4) for v in values] for k, values in rounds.items()},
             'ratio_trainer_bare': paired('trainer_synthetic', 'bare_loop'),
             'ratio_to_synthetic': {k: paired(k, 'trainer_synthetic') for k in img_s if k.endswith('_jpeg')}}
 
