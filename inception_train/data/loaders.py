@@ -118,18 +118,15 @@ class DevicePrefetcher:
 
     def __iter__(self):
         stream = torch.cuda.Stream(self.device) if self.device.type == 'cuda' else None
-        batches = iter(self.loader)
-        ahead = next(batches, None)
-        ahead = self._copy(ahead, stream) if ahead is not None else None
+        copies = (self._copy(batch, stream) for batch in self.loader)  # a copy is issued when its batch is pulled
+        ahead = next(copies, None)
         while ahead is not None:
             if stream is not None:
                 current = torch.cuda.current_stream(self.device)
                 current.wait_stream(stream)
                 for tensor in ahead:
                     tensor.record_stream(current)
-            batch, ahead = ahead, next(batches, None)
-            if ahead is not None:
-                ahead = self._copy(ahead, stream)
+            batch, ahead = ahead, next(copies, None)
             yield batch
 
 
@@ -221,7 +218,7 @@ def build_loaders(cfg: DataConfig, *, seed: int, cache_dir: str, device: torch.d
     # persistent_workers stays off: workers are re-seeded at each epoch start (see EpochLoader.set_epoch)
     train = DataLoader(train_set, sampler=sampler, drop_last=True, generator=torch.Generator(), **common)
     val = DataLoader(val_set, sampler=ShardSampler(len(val_set), rank, world_size), **common)
-    train, val = EpochLoader(train, seed, rank), val
+    train = EpochLoader(train, seed, rank)
     if device.type == 'cuda':  # host-to-device copies overlap compute
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         train, val = DevicePrefetcher(train, device, fmt), DevicePrefetcher(val, device, fmt)
