@@ -54,7 +54,7 @@ from .data.demo import MARKER as DEMO_MARKER
 from .data.loaders import DataError, ShardSampler, _image_folder, resolve_root
 from .distributed import DistEnv, destroy_process_group, detect_env, init_process_group
 from .models.base import INCEPTION_MEAN, INCEPTION_STD
-from .trainer import build_model, topk_correct
+from .trainer import AUTOCAST_DTYPES, build_model, topk_correct
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,6 @@ BASE_SCALES = (256, 288, 320, 352)    # GoogLeNet's shorter sides for its 224 px
 BASE_SIZE = 224
 INDEX_FILE = 'val_index.csv'          # index,filename,wnid (data/prepare_imagenet.py)
 BLACKLIST_FILE = 'val_blacklist.txt'  # what eval.blacklist=auto reads
-_AUTOCAST_DTYPE = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 _NAMES = {'inception_v4': 'Inception-v4', 'inception_resnet_v1': 'Inception-ResNet-v1',
           'inception_resnet_v2': 'Inception-ResNet-v2', 'inception_v3': 'Inception-v3', 'googlenet': 'GoogLeNet'}
 
@@ -128,7 +127,7 @@ def validate_eval_config(cfg: EvalConfig) -> EvalConfig:
     crop_counts(cfg.eval.crops)
     choices = {'device': (cfg.device, ('auto', 'cpu', 'cuda')),
                'eval.weights': (cfg.eval.weights, ('ema', 'raw')),
-               'eval.precision': (cfg.eval.precision, tuple(_AUTOCAST_DTYPE))}
+               'eval.precision': (cfg.eval.precision, tuple(AUTOCAST_DTYPES))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f'{key}: must be one of {", ".join(allowed)}; got {value!r}')
@@ -390,7 +389,7 @@ class Predictor:
     def __init__(self, models: list[nn.Module], device: torch.device, precision: str = 'fp32',
                  max_views_per_forward: int = 0, channels_last: bool = False):
         self.models, self.device = models, device
-        self.autocast_dtype = _AUTOCAST_DTYPE[precision]
+        self.autocast_dtype = AUTOCAST_DTYPES[precision]
         self.chunk = max_views_per_forward or None   # None: a whole batch per forward
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         for model in models:

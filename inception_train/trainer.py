@@ -34,7 +34,7 @@ from .plots import plot_convergence
 
 log = logging.getLogger(__name__)
 
-_AUTOCAST_DTYPE = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+AUTOCAST_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}  # precision -> autocast dtype
 
 
 class NonFiniteLossError(RuntimeError):
@@ -125,7 +125,7 @@ class Trainer:
         self.base_lr = scaled_lr(cfg.optim, self.global_batch)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.base_lr)
         self.scheduler = build_scheduler(self.optimizer, cfg.sched, self.steps_per_epoch, t.epochs)
-        self.autocast_dtype = _AUTOCAST_DTYPE[t.precision]
+        self.autocast_dtype = AUTOCAST_DTYPES[t.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == 'fp16')
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
 

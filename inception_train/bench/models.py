@@ -31,9 +31,9 @@ from ..config import OptimConfig
 from ..models import create_model
 from ..models.complexity import count_flops, count_params
 from ..optim import build_optimizer
+from ..trainer import AUTOCAST_DTYPES, resolve_device
 from .common import PeakMemory, device_name, peak_flops, seconds_per_call, versions
 
-_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 MIB = 2 ** 20
 _print = functools.partial(print, flush=True)  # rows appear as they are measured, also into a pipe
 
@@ -94,7 +94,7 @@ class Runner:
         generator = torch.Generator(device='cpu').manual_seed(0)
         self.x = torch.randn(batch_size, 3, img_size, img_size, generator=generator).to(device, memory_format=fmt)
         self.y = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
-        self.dtype = _DTYPES[setting.precision]
+        self.dtype = AUTOCAST_DTYPES[setting.precision]
         self.optimizer = None
 
     def _autocast(self):
@@ -182,10 +182,6 @@ def bench_net(net: BenchNet, settings: list[Setting], *, device: torch.device, b
 
 
 def bench_models(args, log=_print) -> dict:
-    from ..trainer import resolve_device
-    unknown = [n for n in args.models if n not in NETS]
-    if unknown:
-        raise ValueError(f'--models: unknown {", ".join(unknown)}; choose from {", ".join(NETS)}')
     device = resolve_device(args.device)
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
